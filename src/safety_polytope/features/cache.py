@@ -103,6 +103,20 @@ def cache_key(lm: LoadedModel, spec: FeatureSpec, prompts: Sequence[str],
     return key, desc
 
 
+def maybe_init_distributed() -> tuple[int, int]:
+    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1); return
+    ``(rank, world_size)``. NCCL on CUDA, gloo otherwise."""
+    import os
+
+    dist = torch.distributed
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and \
+            not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return _dist()
+
+
 def _dist() -> tuple[int, int]:
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
