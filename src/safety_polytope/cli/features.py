@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..datasets import load_data
+from ..datasets.resolve import load_data
 from ..features import FeatureSpec, Formatting, extract_features
 from ..features.cache import maybe_init_distributed
 from ..features.io import save_features
