@@ -75,3 +75,11 @@ def test_python_dash_m_entry_point() -> None:
     out = subprocess.run([sys.executable, "-m", "safety_polytope", "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "extract" in out and "models" in out
+
+
+def test_datasets_lists_counts_per_label_and_category() -> None:
+    res = runner.invoke(app, ["datasets", "--sources", "harmless,harmless-twins"])
+    assert res.exit_code == 0, res.output
+    assert "harmless-twins" in res.output and "524" in res.output and "191" in res.output
+    res = runner.invoke(app, ["datasets", "--sources", "nope"])
+    assert res.exit_code == 2 and "nope" in res.output
