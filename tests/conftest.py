@@ -51,6 +51,18 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pyt
         monkeypatch.setenv("SAP_HOME", str(tmp_path / "sap-home"))
 
 
+@pytest.fixture(autouse=True)
+def _one_thread_for_tiny_models(request: pytest.FixtureRequest):
+    """Tiny models run faster on one thread, and far faster on a busy 2-core machine."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_tokenizer(chat: bool = True):
     """A character-level fast tokenizer with ChatML-style specials, built locally."""
     from tokenizers import Tokenizer, models, pre_tokenizers
