@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[fit,plot,dev]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[plot,dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)

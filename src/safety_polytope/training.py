@@ -26,6 +26,7 @@ from .datasets.resolve import load_data
 from .errors import InputError
 from .features import FeatureSpec, Formatting, extract_features
 from .lm import DEFAULT_MODEL, LoadedModel, default_layer, load_model
+from .evaluation.facets import apply_facet_names, facet_table
 from .polytope import SafetyPolytope
 from .polytope.calibration import global_threshold
 
@@ -218,11 +219,14 @@ def fit_pipeline(settings: FitSettings, lm: LoadedModel | None = None,
     t = time.perf_counter()
     sp = polytope or SafetyPolytope(preset=settings.preset, n_facets=settings.n_facets,
                                     encoder=settings.encoder)
-    sp.fit(tr.X, tr.y, categories=[r.category if int(y) == 1 else "benign"
-                                   for r, y in zip(tr.records, tr.y)],
-           validation=(va.X, va.y))
+    categories = [r.category if int(y) == 1 else "benign" for r, y in zip(tr.records, tr.y)]
+    sp.fit(tr.X, tr.y, categories=categories, validation=(va.X, va.y))
     seconds["fit"] = time.perf_counter() - t
     calibrate_two_sets(sp, *va.calibration_sets(), settings.target_fpr, settings.borderline_fpr)
+    # Name each facet by the harm category it specialised in (after calibration: the table
+    # uses the final thresholds); stored in metrics_["facets"] for `sap inspect`.
+    apply_facet_names(sp, facet_table(sp, tr.X, tr.y, categories,
+                                      [r.prompt for r in tr.records]))
 
     t = time.perf_counter()
     directions: dict[str, Tensor] = {}

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from ..errors import InputError
-from ..evaluation.attribution import BASELINES, METHODS, Attribution, attribute, \
-    render_attribution
+from ..evaluation.attribution import (
+    BASELINES,
+    METHODS,
+    Attribution,
+    attribute,
+    render_attribution,
+)
 from ..evaluation.facets import FacetRow, plot_stored_heatmap, stored_facets
 from ..polytope import SafetyPolytope
 from . import app, console, err_console, handle_errors
@@ -65,21 +71,25 @@ def _print_attribution(attr: Attribution, names: list[str], top: int) -> None:
 @app.command("inspect")
 @handle_errors
 def inspect_cmd(
-    polytope: Path = typer.Option(..., "--polytope", "-p",
-                                  help="Directory of a saved polytope."),
-    heatmap: Path = typer.Option(None, "--heatmap",
-                                 help="Write the facet-category MI heatmap to this PNG."),
-    text: str = typer.Option(None, "--text", "-t", help="Explain this prompt token by token."),
-    model: str = typer.Option(None, "--model", "-m",
-                              help="Model for --text (default: the one the polytope was built "
-                                   "for)."),
-    method: str = typer.Option("occlusion", help=f"{' | '.join(METHODS)} (for --text)."),
-    baseline: str = typer.Option("pad", help=f"{' | '.join(BASELINES)}: occlusion replaces a "
-                                             f"token with the pad token or deletes it."),
-    top: int = typer.Option(8, help="Tokens listed per facet."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda[:N]."),
-    dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16."),
-    blocks: str = typer.Option(None, help="Dotted path to the decoder blocks, if not found."),
+    polytope: Annotated[Path, typer.Option("--polytope", "-p",
+                                           help="Directory of a saved polytope.")],
+    heatmap: Annotated[Path | None, typer.Option(
+        "--heatmap", help="Write the facet-category MI heatmap to this PNG.")] = None,
+    text: Annotated[str | None, typer.Option(
+        "--text", "-t", help="Explain this prompt token by token.")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Model for --text (default: the one the polytope was built "
+                              "for).")] = None,
+    method: Annotated[str, typer.Option(help=f"{' | '.join(METHODS)} (for --text).")
+                      ] = "occlusion",
+    baseline: Annotated[str, typer.Option(help=f"{' | '.join(BASELINES)}: occlusion replaces "
+                                               f"a token with the pad token or deletes it.")
+                        ] = "pad",
+    top: Annotated[int, typer.Option(help="Tokens listed per facet.")] = 8,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16.")] = "auto",
+    blocks: Annotated[str | None, typer.Option(
+        help="Dotted path to the decoder blocks, if not found.")] = None,
 ) -> None:
     """Print the facet table (name, category, MI, purity vs chance, share of unsafe training
     examples) stored at fit time; optionally plot it, or explain a prompt token by token."""
