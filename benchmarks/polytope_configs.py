@@ -37,6 +37,11 @@ CONFIGS: dict[str, dict] = {
     "K=16 margin 0.5, w_u 1": {"margin": 0.5, "unsafe_weight": 1.0},
     "K=16 no reassignment": {"entropy_reassign": False},
     "K=16 l1_features 0": {"l1_features": 0.0},
+    "K=16 100 epochs, patience 20": {"epochs": 100, "early_stopping": 20},
+    "K=16 100 epochs, no early stop, seed 1": {"early_stopping": 0, "epochs": 100, "seed": 1},
+    "K=16 identity 100 epochs, no early stop": {"encoder": "identity", "early_stopping": 0,
+                                                "epochs": 100},
+    "K=4 100 epochs, no early stop": {"n_facets": 4, "early_stopping": 0, "epochs": 100},
 }
 
 

@@ -219,7 +219,7 @@ class LogisticProbe(_Detector):
     Raises:
         InputError: bad parameters, NaN/inf features, labels other than 0/1, a single class, or
             a feature width at predict time that differs from fit time.
-        ImportError: scikit-learn is missing (``pip install 'safety-polytope[fit]'``).
+        ImportError: scikit-learn is missing (a dependency of safety-polytope: ``pip install scikit-learn``).
     """
 
     def __init__(self, *, C: float | None = None,
@@ -280,7 +280,7 @@ def _logistic(C: float, max_iter: int) -> Any:
         from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("LogisticProbe needs scikit-learn: pip install "
-                          "'safety-polytope[fit]'.") from e
+                          "scikit-learn (a dependency of safety-polytope).") from e
     return LogisticRegression(C=C, max_iter=max_iter, solver="lbfgs")
 
 

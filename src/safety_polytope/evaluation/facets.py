@@ -209,7 +209,7 @@ def match_facets(mi: ArrayLike, categories: Sequence[str], min_mi: float = 0.0) 
             from scipy.optimize import linear_sum_assignment  # type: ignore[import-untyped]
         except ImportError:
             raise InputError("naming facets needs scipy (Hungarian matching); install it with "
-                             "pip install 'safety-polytope[fit]'.") from None
+                             "pip install scipy (a dependency of safety-polytope).") from None
         rows, cs = linear_sum_assignment(-m)
         for k, c in zip(rows.tolist(), cs.tolist()):
             chosen[k], matched[k] = c, True
