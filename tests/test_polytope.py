@@ -161,7 +161,7 @@ def test_identity_polytope_recovers_the_generating_half_spaces(preset):
 
 def test_relu_polytope_classifies_a_known_polytope():
     X, y, _ = known_polytope(5000)
-    sp = SafetyPolytope(n_facets=4, n_features=128).fit(X[:4000], y[:4000])
+    sp = SafetyPolytope(n_facets=4, encoder="relu", n_features=128, epochs=30).fit(X[:4000], y[:4000])
     assert (sp.predict(X[4000:]) == y[4000:]).float().mean().item() >= 0.99
     assert auroc(sp.decision_function(X[4000:]), y[4000:]) >= 0.99
 
@@ -267,7 +267,7 @@ def _state(sp: SafetyPolytope) -> dict[str, torch.Tensor]:
 
 def test_same_seed_same_tensors_different_seed_different():
     X, y, _ = known_polytope(300)
-    kw = {"n_facets": 4, "n_features": 16, "epochs": 2, "batch_size": 32}
+    kw = {"n_facets": 4, "encoder": "relu", "n_features": 16, "epochs": 2, "batch_size": 32}
     a = _state(SafetyPolytope(seed=3, **kw).fit(X, y))
     b = _state(SafetyPolytope(seed=3, **kw).fit(X, y))
     c = _state(SafetyPolytope(seed=4, **kw).fit(X, y))
@@ -428,7 +428,8 @@ def test_methods_before_fit_raise_not_fitted():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fits_and_scores_on_cuda():
     X, y, _ = known_polytope(600)
-    sp = SafetyPolytope(n_facets=4, n_features=32, device="cuda", epochs=3).fit(X, y)
+    sp = SafetyPolytope(n_facets=4, encoder="relu", n_features=32, device="cuda",
+                        epochs=3).fit(X, y)
     assert sp.facets_.device.type == "cpu"  # learned state lives on the CPU
     v = sp.violations(X.cuda())
     assert v.device.type == "cuda"
