@@ -35,6 +35,11 @@ def atomic_path(target: str | os.PathLike[str], *, is_dir: bool = False) -> Iter
     work = tmp if is_dir else tmp / target.name
     try:
         yield work
+        # mkdtemp makes 0700 and some writers make 0600; give the entry the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in [tmp, *tmp.rglob("*")] if is_dir else [work]:
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
         if is_dir:
             if target.exists():
                 shutil.rmtree(target)
