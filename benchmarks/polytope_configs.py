@@ -42,6 +42,14 @@ CONFIGS: dict[str, dict] = {
     "K=16 identity 100 epochs, no early stop": {"encoder": "identity", "early_stopping": 0,
                                                 "epochs": 100},
     "K=4 100 epochs, no early stop": {"n_facets": 4, "early_stopping": 0, "epochs": 100},
+    "K=16 identity 100 epochs, seed 1": {"encoder": "identity", "early_stopping": 0,
+                                         "epochs": 100, "seed": 1},
+    "K=16 identity 100 epochs, seed 2": {"encoder": "identity", "early_stopping": 0,
+                                         "epochs": 100, "seed": 2},
+    "K=8 identity 100 epochs": {"encoder": "identity", "early_stopping": 0, "epochs": 100,
+                                "n_facets": 8},
+    "K=1 identity 100 epochs": {"encoder": "identity", "early_stopping": 0, "epochs": 100,
+                                "n_facets": 1},
 }
 
 
@@ -49,7 +57,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layer", type=int, default=None)
     ap.add_argument("--unseen-limit", type=int, default=300)
-    ap.add_argument("--only", default=None, help="comma-separated config names")
+    ap.add_argument("--only", default=None, help="config names separated by semicolons")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     res = fit_pipeline(FitSettings(layer=args.layer, direction_prompts=0),
@@ -68,7 +76,7 @@ def main() -> None:
     rows = []
     todo = dict(CONFIGS)
     if args.only:
-        todo = {k: v for k, v in CONFIGS.items() if k in args.only.split(",")}
+        todo = {k: v for k, v in CONFIGS.items() if k in args.only.split(";")}
     models = {name: (lambda p=params: SafetyPolytope(**p)) for name, params in todo.items()}
     models["logistic probe"] = lambda: LogisticProbe()
     for name, make in models.items():

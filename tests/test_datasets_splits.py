@@ -49,8 +49,10 @@ def ids(records) -> list[str]:
 # ------------------------------------------------------------------------------- normalize
 
 def test_normalize_text():
-    assert normalize_text("  How   do I KILL a *stuck* process?! ") == "how do i kill a stuck process"
-    assert normalize_text("ﬁve ① step-by-step\ttabs_and__more") == "five 1 step by step tabs and more"
+    got = normalize_text("  How   do I KILL a *stuck* process?! ")
+    assert got == "how do i kill a stuck process"
+    got = normalize_text("ﬁve ① step-by-step\ttabs_and__more")
+    assert got == "five 1 step by step tabs and more"
     assert normalize_text("?!...") == ""
 
 
@@ -84,7 +86,8 @@ def test_independent_of_python_hash_randomisation():
         "print(json.dumps([[uid(r) for r in p] for p in make_splits(recs, seed=5)]))\n"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    out = subprocess.run([sys.executable, "-c", code], input=json.dumps([r.to_dict() for r in recs]),
+    payload = json.dumps([r.to_dict() for r in recs])
+    out = subprocess.run([sys.executable, "-c", code], input=payload,
                          capture_output=True, text=True, env=env, check=True, timeout=300)
     assert json.loads(out.stdout) == here
 

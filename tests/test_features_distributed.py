@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import sys
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
+
 
 def _worker(rank: int, world: int, init_file: str, cache_dir: str, out_dir: str,
             sys_path: list[str]) -> None:

@@ -8,8 +8,15 @@ from torch import nn
 
 from conftest import TINY_ARCHS, make_model, make_tokenizer
 from safety_polytope.errors import InputError, ModelError
-from safety_polytope.lm import (check_layer, find_blocks, fingerprint, resolve_device,
-                                resolve_dtype, resolve_model, wrap_model)
+from safety_polytope.lm import (
+    check_layer,
+    find_blocks,
+    fingerprint,
+    resolve_device,
+    resolve_dtype,
+    resolve_model,
+    wrap_model,
+)
 
 EXPECTED_PATHS = {
     "llama": "model.layers", "mistral": "model.layers", "qwen2": "model.layers",

@@ -161,7 +161,8 @@ def test_identity_polytope_recovers_the_generating_half_spaces(preset):
 
 def test_relu_polytope_classifies_a_known_polytope():
     X, y, _ = known_polytope(5000)
-    sp = SafetyPolytope(n_facets=4, encoder="relu", n_features=128, epochs=30).fit(X[:4000], y[:4000])
+    sp = SafetyPolytope(n_facets=4, encoder="relu", n_features=128,
+                        epochs=30).fit(X[:4000], y[:4000])
     assert (sp.predict(X[4000:]) == y[4000:]).float().mean().item() >= 0.99
     assert auroc(sp.decision_function(X[4000:]), y[4000:]) >= 0.99
 

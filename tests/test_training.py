@@ -16,8 +16,13 @@ from safety_polytope.datasets import Record
 from safety_polytope.errors import InputError
 from safety_polytope.lm import wrap_model
 from safety_polytope.polytope import SafetyPolytope
-from safety_polytope.training import (FitSettings, calibrate_two_sets, decontaminate,
-                                      fit_pipeline, is_borderline)
+from safety_polytope.training import (
+    FitSettings,
+    calibrate_two_sets,
+    decontaminate,
+    fit_pipeline,
+    is_borderline,
+)
 
 HARM = ["bomb", "poison", "steal", "hack", "weapon", "fraud", "attack", "drugs"]
 SAFE = ["bread", "poem", "garden", "music", "travel", "maths", "history", "cats"]

@@ -24,9 +24,9 @@ from torch import Tensor
 from .datasets import DEFAULT_TRAIN_SOURCES, Record, contamination, make_splits
 from .datasets.resolve import load_data
 from .errors import InputError
+from .evaluation.facets import apply_facet_names, facet_table
 from .features import FeatureSpec, Formatting, extract_features
 from .lm import DEFAULT_MODEL, LoadedModel, default_layer, load_model
-from .evaluation.facets import apply_facet_names, facet_table
 from .polytope import SafetyPolytope
 from .polytope.calibration import global_threshold
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from ..datasets import (DEFAULT_TRAIN_SOURCES, SOURCES, load_sources, make_splits, summarize,
-                        summary_table)
+from ..datasets import (
+    DEFAULT_TRAIN_SOURCES,
+    SOURCES,
+    load_sources,
+    make_splits,
+    summarize,
+    summary_table,
+)
 from ..datasets.resolve import load_data
 from . import app, console, handle_errors, split_csv
 

@@ -19,7 +19,7 @@ from . import app, console, handle_errors, parse_layers, split_csv
 @handle_errors
 def extract_cmd(
     data: str = typer.Option(..., "--data", "-d",
-                             help="Source names and/or data files (JSONL/CSV/TXT), comma-separated."),
+                             help="Sources and/or data files (JSONL/CSV/TXT), comma-separated."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the features to."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m",
                               help="Alias, local directory, .gguf file or hub id."),

@@ -358,7 +358,7 @@ def render_attribution(attr: Attribution, facet: int | str | None = None) -> Tex
     scale = float(s.abs().max()) or 1.0
     out = Text()
     pos = 0
-    for tok, (a, b), score in zip(attr.tokens, attr.spans, s.tolist()):
+    for (a, b), score in zip(attr.spans, s.tolist()):
         if a > pos:
             out.append(attr.text[pos:a])
         if b <= pos:  # a token sharing characters with the previous one (byte-level splits)

@@ -219,7 +219,7 @@ class LogisticProbe(_Detector):
     Raises:
         InputError: bad parameters, NaN/inf features, labels other than 0/1, a single class, or
             a feature width at predict time that differs from fit time.
-        ImportError: scikit-learn is missing (a dependency of safety-polytope: ``pip install scikit-learn``).
+        ImportError: scikit-learn is missing (``pip install scikit-learn``).
     """
 
     def __init__(self, *, C: float | None = None,

@@ -1,4 +1,4 @@
-"""Save and load a fitted ``SafetyPolytope`` as a directory: ``config.json`` + ``polytope.safetensors``.
+"""Save and load a fitted ``SafetyPolytope`` as a directory: config.json + polytope.safetensors.
 
 ``config.json`` holds everything a person or another tool wants to read (hyper-parameters, the
 model and layer the features came from, calibration, training summary, metrics, steering

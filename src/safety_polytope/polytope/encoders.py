@@ -1,4 +1,4 @@
-"""Concept encoders: the map ``f`` from (standardised) hidden states to the space the facets live in.
+"""Concept encoders: the map ``f`` from (standardised) hidden states to the facets' space.
 
 An encoder is a small record of plain functions behind a name, so the CLI can say ``relu`` and
 Python users can register their own. Parameters are a flat ``dict[str, Tensor]`` so they save to
