@@ -105,3 +105,19 @@ def test_attach_refusals(setup) -> None:
     with pytest.raises(InputError, match="needs the polytope's learned refusal direction"):
         attach(lm, sp, "redirect")
     assert all(not b._forward_hooks for b in lm.blocks)
+
+
+@pytest.mark.parametrize("mode", ["project", "safeflow"])
+def test_solver_modes_move_only_flagged_rows(setup, mode) -> None:
+    lm, sp, prompts = setup
+    plain = _gen(lm, prompts)
+    opts = {"margin": 1.0} if mode == "project" else {"steps": 5, "lr": 0.5}
+    with steer(lm, sp, mode, **opts) as h:
+        out = _gen(lm, prompts)
+    for i in range(4, 8):
+        assert out[i] == plain[i]
+    events = h.events()
+    assert len({e.row for e in events}) == 4
+    assert all(e.correction_norm > 0 for e in events if e.position == 0)
+    if mode == "project":  # after projection every facet holds with the margin
+        assert all(e.violation_after <= -1.0 + 1e-3 for e in events)

@@ -30,14 +30,17 @@ from ..polytope import SafetyPolytope
 
 logger = logging.getLogger(__name__)
 
-MODES: tuple[str, ...] = ("detect", "redirect", "refuse")
+MODES: tuple[str, ...] = ("detect", "redirect", "project", "safeflow", "refuse")
 
 Corrector = Callable[[Tensor], Tensor]  # (n, d) float32 states -> corrected states
 
 
 @dataclass
 class SteeringEvent:
-    """One steered (row, position): what was violated, by how much, and what was done."""
+    """One steered (row, position): what was violated, by how much, and what was done.
+
+    Violations are relative to the calibrated thresholds (``v_k - t_k``; > 0 is violated), the
+    maximum over facets; ``row`` is the row of the batch as passed to ``generate``."""
 
     row: int
     position: int  # 0 = the last prompt token, k = the k-th decoded token
@@ -71,13 +74,12 @@ class SteeringHandle:
     def events(self) -> list[SteeringEvent]:
         """Materialise the audit trail (one host transfer, after generation)."""
         names = self.polytope.facet_names_
-        thr = self.polytope.facet_thresholds_
         out = []
         for step, mask, v_before, v_after, norm in self._records:
             mask_c, vb, na = mask.cpu(), v_before.cpu(), norm.cpu()
             va = v_after.cpu() if v_after is not None else None
             for r in torch.nonzero(mask_c).flatten().tolist():
-                violated = [names[k] for k in range(len(names)) if vb[r, k] > thr[k]]
+                violated = [names[k] for k in range(len(names)) if vb[r, k] > 0]
                 out.append(SteeringEvent(
                     row=r, position=step, facets=violated,
                     violation_before=float(vb[r].max()),
@@ -87,9 +89,24 @@ class SteeringHandle:
 
 
 def _default_corrector(polytope: SafetyPolytope, mode: str, strength: float | None,
-                       device: torch.device) -> Corrector | None:
+                       device: torch.device, options: dict[str, Any]) -> Corrector | None:
     if mode == "detect" or mode == "refuse":
         return None
+    if mode in ("project", "safeflow"):
+        from dataclasses import replace
+
+        from .solvers import SOLVERS
+
+        f = polytope.folded()
+        folded = replace(f, facets=f.facets.to(device), offsets=f.offsets.to(device),
+                         thresholds=f.thresholds.to(device),
+                         encoder_params={k: v.to(device) for k, v in f.encoder_params.items()})
+        solve = SOLVERS[mode]
+
+        def correct(h: Tensor) -> Tensor:
+            return solve(h, folded, **options)[0]
+
+        return correct
     if mode == "redirect":
         directions = polytope.steering.directions
         if "refusal" not in directions:
@@ -107,13 +124,17 @@ def _default_corrector(polytope: SafetyPolytope, mode: str, strength: float | No
 
 
 def attach(lm: LoadedModel, polytope: SafetyPolytope, mode: str = "redirect", *,
-           strength: float | None = None, corrector: Corrector | None = None) -> SteeringHandle:
+           strength: float | None = None, corrector: Corrector | None = None,
+           **solver_options: Any) -> SteeringHandle:
     """Register the hooks (all or none) and return the handle that owns them.
 
     ``mode``: ``detect`` (record only), ``redirect`` (add ``strength`` x the learned refusal
     direction to flagged rows; ``strength`` defaults to 1, the full mean difference between
-    refusing and complying states), or ``refuse`` (the flag only; forcing a refusal text is done
-    by the generation helper). ``corrector`` overrides the state change for flagged rows.
+    refusing and complying states), ``project`` (minimum-L2 move back inside the polytope with
+    ``margin=``; the paper's geometry), ``safeflow`` (the paper's gradient steps: ``steps=``,
+    ``lr=``, ``lam=``, ``lam_s=``), or ``refuse`` (the flag only; forcing a refusal text is done
+    by the generation helper). ``solver_options`` go to the ``project``/``safeflow`` solver.
+    ``corrector`` overrides the state change for flagged rows.
     """
     ctx = polytope.context
     if ctx.layer is None:
@@ -138,12 +159,12 @@ def attach(lm: LoadedModel, polytope: SafetyPolytope, mode: str = "redirect", *,
         params = {k: v.to(dev, torch.float32) for k, v in folded.encoder_params.items()}
 
         def violations(h: Tensor) -> Tensor:
-            return torch.nn.functional.linear(enc.apply(params, h), facets, -offsets)
+            return torch.nn.functional.linear(enc.apply(params, h), facets, -offsets - thresholds)
     else:
         def violations(h: Tensor) -> Tensor:
-            return torch.nn.functional.linear(h, facets, -offsets)
+            return torch.nn.functional.linear(h, facets, -offsets - thresholds)
 
-    fix = corrector or _default_corrector(polytope, mode, strength, dev)
+    fix = corrector or _default_corrector(polytope, mode, strength, dev, solver_options)
     handle = SteeringHandle(lm=lm, polytope=polytope, mode=mode, detect_layer=detect_layer,
                             steer_layer=steer_layer)
 
@@ -163,7 +184,7 @@ def attach(lm: LoadedModel, polytope: SafetyPolytope, mode: str = "redirect", *,
             handle.step = 0
             handle._records.clear()
             v = violations(hidden[:, -1].float())
-            handle.flagged = (v > thresholds).any(-1)
+            handle.flagged = (v > 0).any(-1)
             if steer_layer == detect_layer:
                 new_last, norm, after = change(hidden[:, -1], handle.flagged)
                 handle._records.append((0, handle.flagged, v, after, norm))
