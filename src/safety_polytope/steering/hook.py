@@ -34,6 +34,11 @@ MODES: tuple[str, ...] = ("detect", "redirect", "project", "safeflow", "refuse")
 
 Corrector = Callable[[Tensor], Tensor]  # (n, d) float32 states -> corrected states
 
+# Fraction of the learned refusal direction (mean refusing minus mean complying state) added to
+# flagged rows. On the default model 0.75 turned 18/24 held-out harmful prompts into refusals
+# with 2 degenerate replies; 1.0 gave 21/24 but 15 degenerate (BENCHMARKS.md, steer_modes.py).
+DEFAULT_STRENGTH = 0.75
+
 
 @dataclass
 class SteeringEvent:
@@ -114,7 +119,7 @@ def _default_corrector(polytope: SafetyPolytope, mode: str, strength: float | No
                              "but this artifact has none; refit with `sap fit` (it learns one) "
                              "or use mode='refuse' or 'detect'.")
         r = directions["refusal"].to(device, torch.float32)
-        step = r * (1.0 if strength is None else float(strength))
+        step = r * (DEFAULT_STRENGTH if strength is None else float(strength))
 
         def push(h: Tensor) -> Tensor:
             return h + step
@@ -128,12 +133,12 @@ def attach(lm: LoadedModel, polytope: SafetyPolytope, mode: str = "redirect", *,
            **solver_options: Any) -> SteeringHandle:
     """Register the hooks (all or none) and return the handle that owns them.
 
-    ``mode``: ``detect`` (record only), ``redirect`` (add ``strength`` x the learned refusal
-    direction to flagged rows; ``strength`` defaults to 1, the full mean difference between
-    refusing and complying states), ``project`` (minimum-L2 move back inside the polytope with
-    ``margin=``; the paper's geometry), ``safeflow`` (the paper's gradient steps: ``steps=``,
-    ``lr=``, ``lam=``, ``lam_s=``), or ``refuse`` (the flag only; forcing a refusal text is done
-    by the generation helper). ``solver_options`` go to the ``project``/``safeflow`` solver.
+    ``mode``: ``detect`` (record only); ``redirect`` (add ``strength`` x the learned refusal
+    direction to flagged rows; default ``DEFAULT_STRENGTH``); ``project`` (minimum-L2 move back
+    inside the polytope with ``margin=``: the paper's geometry); ``safeflow`` (the paper's
+    gradient steps: ``steps=``, ``lr=``, ``lam=``, ``lam_s=``); ``refuse`` (the flag only;
+    forcing a refusal text is not built yet). ``solver_options`` go to the ``project`` or
+    ``safeflow`` solver.
     ``corrector`` overrides the state change for flagged rows.
     """
     ctx = polytope.context
