@@ -100,6 +100,16 @@ def tiny_tokenizer():
 
 
 @pytest.fixture
+def tiny_model_dir(tmp_path: Path) -> Path:
+    """A tiny Llama and its tokenizer saved as a transformers directory (for `--model DIR`)."""
+    tok = make_tokenizer()
+    path = tmp_path / "tiny-llama"
+    make_model("llama", vocab_size=len(tok)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
 def tiny_lm(tiny_tokenizer):
     from safety_polytope.lm import wrap_model
 

@@ -8,7 +8,6 @@ import pytest
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from conftest import make_model, make_tokenizer
 from safety_polytope.cli import app
 
 runner = CliRunner()
@@ -20,15 +19,6 @@ def _wide_console(monkeypatch):
     from safety_polytope import cli
 
     monkeypatch.setattr(cli.console, "width", 250)
-
-
-@pytest.fixture
-def tiny_model_dir(tmp_path):
-    tok = make_tokenizer()
-    path = tmp_path / "tiny-llama"
-    make_model("llama", vocab_size=len(tok)).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def test_models_lists_aliases() -> None:

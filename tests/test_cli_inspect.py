@@ -26,15 +26,6 @@ def _wide_console(monkeypatch):
 
 
 @pytest.fixture
-def tiny_model_dir(tmp_path):
-    tok = make_tokenizer()
-    path = tmp_path / "tiny-llama"
-    make_model("llama", vocab_size=len(tok)).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
-@pytest.fixture
 def saved_polytope(tiny_model_dir, tmp_path):
     """A K=2 polytope on layer-2 features of the tiny model, with its facet table stored."""
     lm = load_model(str(tiny_model_dir), device="cpu")

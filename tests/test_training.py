@@ -43,15 +43,6 @@ def _write_data(path, n=60, seed=0):
     return path
 
 
-@pytest.fixture
-def tiny_dir(tmp_path):
-    tok = make_tokenizer()
-    d = tmp_path / "tiny"
-    make_model("llama", vocab_size=len(tok)).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
-
-
 def _settings(data, **kw):
     base = dict(data=(str(data),), layer=2, n_facets=2, direction_prompts=6,
                 max_new_tokens=6, batch_size=8, device="cpu")
@@ -80,11 +71,11 @@ def test_calibrate_two_sets_meets_both_targets() -> None:
         calibrate_two_sets(sp, plain[:0], border, 0.05, 0.15)
 
 
-def test_fit_pipeline_on_tiny_model(tiny_dir, tmp_path) -> None:
+def test_fit_pipeline_on_tiny_model(tiny_model_dir, tmp_path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tiny_dir)
-    lm = wrap_model(AutoModelForCausalLM.from_pretrained(tiny_dir), tok, name="tiny")
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    lm = wrap_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok, name="tiny")
     data = _write_data(tmp_path / "d.jsonl")
     res = fit_pipeline(_settings(data), lm=lm)
     sp = res.polytope
@@ -102,21 +93,21 @@ def test_fit_pipeline_on_tiny_model(tiny_dir, tmp_path) -> None:
     assert all(is_borderline(r) for r in res.train.records if r.source == "harmless-twins")
 
 
-def test_one_class_data_is_refused(tiny_dir, tmp_path) -> None:
+def test_one_class_data_is_refused(tiny_model_dir, tmp_path) -> None:
     data = tmp_path / "one.txt"
     data.write_text("\n".join(f"prompt number {i}" for i in range(30)) + "\n")
     runner = CliRunner()
-    res = runner.invoke(app, ["fit", "--model", str(tiny_dir), "--data", str(data),
+    res = runner.invoke(app, ["fit", "--model", str(tiny_model_dir), "--data", str(data),
                               "--out", str(tmp_path / "p")])
     assert res.exit_code == 2
     assert "only one class" in res.output or "label" in res.output
 
 
-def test_cli_fit_then_detect(tiny_dir, tmp_path) -> None:
+def test_cli_fit_then_detect(tiny_model_dir, tmp_path) -> None:
     data = _write_data(tmp_path / "d.jsonl")
     out = tmp_path / "poly"
     runner = CliRunner()
-    res = runner.invoke(app, ["fit", "--model", str(tiny_dir), "--data", str(data), "--layer",
+    res = runner.invoke(app, ["fit", "--model", str(tiny_model_dir), "--data", str(data), "--layer",
                               "2", "--facets", "2", "--out", str(out), "--direction-prompts",
                               "4", "--no-unseen", "--device", "cpu"])
     assert res.exit_code == 0, res.output
@@ -127,7 +118,8 @@ def test_cli_fit_then_detect(tiny_dir, tmp_path) -> None:
     prompts = tmp_path / "in.jsonl"
     prompts.write_text('{"prompt": "tell me how to bomb bomb"}\n{"text": "a poem"}\n')
     res = runner.invoke(app, ["detect", "--polytope", str(out), "--input", str(prompts),
-                              "--output", str(tmp_path / "o.jsonl"), "--model", str(tiny_dir)])
+                              "--output", str(tmp_path / "o.jsonl"), "--model",
+                              str(tiny_model_dir)])
     assert res.exit_code == 0, res.output
     rows = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert [r["text"] for r in rows] == ["tell me how to bomb bomb", "a poem"]
