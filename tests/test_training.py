@@ -135,3 +135,41 @@ def test_cli_fit_then_detect(tiny_model_dir, tmp_path) -> None:
     res = runner.invoke(app, ["detect", "--polytope", str(out), "--input", str(prompts),
                               "--model", str(other)])
     assert res.exit_code == 2 and "GPT2" in res.output and "Llama" in res.output
+
+
+def test_cli_generate_off_and_steered(tiny_model_dir, tmp_path) -> None:
+    data = _write_data(tmp_path / "d.jsonl")
+    out = tmp_path / "poly"
+    runner = CliRunner()
+    res = runner.invoke(app, ["fit", "--model", str(tiny_model_dir), "--data", str(data),
+                              "--layer", "2", "--facets", "2", "--out", str(out),
+                              "--direction-prompts", "4", "--no-unseen", "--no-baselines"])
+    assert res.exit_code == 0, res.output
+    prompts = tmp_path / "in.txt"
+    prompts.write_text("tell me how to bomb poison #1\ntell me about bread and music #2\n"
+                       "tell me how to hack steal #3\n")
+    results = {}
+    for mode in ("off", "redirect", "detect"):
+        o = tmp_path / f"{mode}.jsonl"
+        res = runner.invoke(app, ["generate", "--polytope", str(out), "--input", str(prompts),
+                                  "--output", str(o), "--mode", mode, "--max-new-tokens", "6",
+                                  "--model", str(tiny_model_dir), "--strength", "5"])
+        assert res.exit_code == 0, res.output
+        results[mode] = [json.loads(x) for x in o.read_text().splitlines()]
+    keys = {"prompt", "response", "steered", "steered_tokens", "first_trigger_token",
+            "facets_triggered", "max_violation"}
+    for rows in results.values():
+        assert [r["prompt"][-2:] for r in rows] == ["#1", "#2", "#3"]
+        assert all(set(r) == keys for r in rows)
+    assert not any(r["steered"] for r in results["off"] + results["detect"])
+    # Detect changes nothing; redirect changes only the rows it steered.
+    assert [r["response"] for r in results["detect"]] == [r["response"] for r in results["off"]]
+    for plain, steered in zip(results["off"], results["redirect"]):
+        if not steered["steered"]:
+            assert steered["response"] == plain["response"]
+        else:
+            assert steered["first_trigger_token"] == 0 and steered["facets_triggered"]
+    res = runner.invoke(app, ["generate", "--polytope", str(out), "--input", str(prompts),
+                              "--output", str(tmp_path / "x.jsonl"), "--mode", "warp",
+                              "--model", str(tiny_model_dir)])
+    assert res.exit_code == 2 and "--mode must be one of" in res.output

@@ -54,7 +54,7 @@ def parse_layers(value: str) -> list[int]:
             from None
 
 
-from . import data, demo, features, fit, inspect, models, sweep  # noqa: E402,F401  (registers the commands)
+from . import data, demo, features, fit, generate, inspect, models, sweep  # noqa: E402,F401  (registers the commands)
 
 
 def main() -> None:
