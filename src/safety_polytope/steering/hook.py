@@ -173,14 +173,16 @@ def attach(lm: LoadedModel, polytope: SafetyPolytope, mode: str = "redirect", *,
     handle = SteeringHandle(lm=lm, polytope=polytope, mode=mode, detect_layer=detect_layer,
                             steer_layer=steer_layer)
 
+    zero = torch.zeros((), device=dev)  # hoisted: no allocation per decoded token
+
     def change(h_last: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Correct flagged rows of ``(batch, d)`` states; unflagged rows are returned as is."""
         x = h_last.float()
         if fix is None:
-            return h_last, torch.zeros(x.shape[0], device=x.device), None
+            return h_last, zero.expand(x.shape[0]), None
         new = fix(x)
         out = torch.where(mask.unsqueeze(-1), new.to(h_last.dtype), h_last)
-        norm = torch.where(mask, (new - x).norm(dim=-1), torch.zeros((), device=x.device))
+        norm = torch.where(mask, (new - x).norm(dim=-1), zero)
         return out, norm, violations(out.float())
 
     def detect_hook(_mod: torch.nn.Module, _args: Any, output: Any) -> Any:
